@@ -105,14 +105,20 @@ func (p *pgProxy) handle(client net.Conn) {
 		if _, err := io.ReadFull(r, body); err != nil {
 			return
 		}
-		if _, err := server.Write(append(hdr[:], body...)); err != nil {
-			return
-		}
 		// A simple-protocol COMMIT ('Q'), which is how the store sends it.
+		// Decided before it is forwarded, and the client's side closed
+		// first: the answer to an earlier COMMIT lets the test arm the
+		// proxy, so a check after forwarding could cut the wrong one, and
+		// the answer to this one must never reach the client.
 		if hdr[0] == 'Q' && strings.HasPrefix(strings.ToUpper(strings.TrimSpace(strings.TrimRight(string(body), "\x00"))), "COMMIT") &&
 			p.armed.CompareAndSwap(true, false) {
 			p.cuts.Add(1)
-			return // closes both sides
+			client.Close()
+			_, _ = server.Write(append(hdr[:], body...))
+			return // closes the server side: it commits, then sees EOF
+		}
+		if _, err := server.Write(append(hdr[:], body...)); err != nil {
+			return
 		}
 	}
 }
