@@ -162,6 +162,7 @@ const (
 	RuleLocalUser  = "local-user"
 	RuleRelay      = "relay"
 	RuleRemote     = "remote"
+	RuleSRS        = "srs"
 )
 
 // Result is the resolution of one address.
@@ -258,6 +259,22 @@ type Options struct {
 	// follow the control plane over this one connection. It runs on Run's
 	// goroutine, after the resolver's cache is dropped: it must not block.
 	OnInvalidate func(table, key string)
+	// SRS, when set, reverses SRS0/SRS1 addresses (DESIGN "Forwarding"): a
+	// bounce to one in SRSDomain or in one of our domains goes to the
+	// address it encodes (checked: hash and age). An SRS address that does
+	// not verify is resolved as any other address (normally 550 5.1.1).
+	SRS SRSReverser
+	// SRSDomain is the domain this host's SRS addresses are made in (the
+	// host name by default); it need not have a domain row.
+	SRSDomain string
+}
+
+// SRSReverser undoes one SRS forwarding step: for an SRS0 address the
+// original sender, for an SRS1 address the SRS0 address at the first
+// forwarder; an error when the address does not verify. mta/srs provides
+// it.
+type SRSReverser interface {
+	Reverse(addr string) (string, error)
 }
 
 // The cache's defaults (Options.CacheTTL and Options.CacheSize), which
@@ -356,6 +373,12 @@ func New(st *store.Store, opts Options) *Resolver {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.SRSDomain == "" {
+		opts.SRSDomain = opts.Hostname
+	}
+	if d, err := address.Domain(opts.SRSDomain); err == nil {
+		opts.SRSDomain = d
 	}
 	r := &Resolver{st: st, opts: opts, localDomains: map[string]bool{}}
 	for _, d := range opts.LocalDomains {

@@ -360,3 +360,63 @@ func TestResolveResultIsACopy(t *testing.T) {
 		t.Fatalf("a caller's change reached the cache: %s", res2.Recipients[0].Address)
 	}
 }
+
+// fakeSRS reverses the addresses of its map (in lower case, as the resolver
+// hands them over) and refuses any other.
+type fakeSRS map[string]string
+
+func (f fakeSRS) Reverse(addr string) (string, error) {
+	if orig, ok := f[addr]; ok {
+		return orig, nil
+	}
+	return "", errors.New("bad hash")
+}
+
+func TestResolveSRS(t *testing.T) {
+	_, st := newFixture(t)
+	ctx := context.Background()
+	opts := testOptions()
+	opts.SRS = fakeSRS{
+		"srs0=hh=tt=remote.test=a+b@example.test":  "a+b@remote.test",
+		"srs0=hh=tt=remote.test=c@srs.example.net": "c@remote.test",
+		"srs0=hh=tt=remote.test=e@elsewhere.test":  "e@remote.test",
+	}
+	opts.SRSDomain = "SRS.example.net"
+	r := lookups.New(st, opts)
+	for _, c := range []struct {
+		addr, want string // want "": not reversed
+	}{
+		// In a domain of ours, '+' inside is not an extension.
+		{"SRS0=HH=TT=remote.test=a+b@example.test", "a+b@remote.test"},
+		// In the SRS domain, which has no domain row.
+		{"SRS0=hh=tt=remote.test=c@srs.example.net", "c@remote.test"},
+		// Not ours: a remote address, even with a reversible local part.
+		{"SRS0=hh=tt=remote.test=e@elsewhere.test", ""},
+		// Does not verify: resolved as any other address.
+		{"SRS0=xx=tt=remote.test=a@example.test", ""},
+	} {
+		res, found, err := r.Resolve(ctx, c.addr)
+		if err != nil {
+			t.Errorf("%s: %v", c.addr, err)
+			continue
+		}
+		if c.want == "" {
+			if res.Rule == lookups.RuleSRS {
+				t.Errorf("%s reversed: %+v", c.addr, res)
+			}
+			continue
+		}
+		if !found || res.Rule != lookups.RuleSRS || len(res.Recipients) != 1 ||
+			res.Recipients[0].Address != c.want || res.Recipients[0].Class != lookups.ClassRemote {
+			t.Errorf("%s: found %v, %+v; want %s, remote", c.addr, found, res, c.want)
+		}
+	}
+	// A forged one in the SRS domain: unknown there, not a relay attempt.
+	if res, found, err := r.Resolve(ctx, "SRS0=xx=tt=remote.test=c@srs.example.net"); err != nil || found || res.Domain == lookups.DomainRemote {
+		t.Errorf("forged SRS address in the SRS domain: found %v, %+v, %v", found, res, err)
+	}
+	// Without SRS, an SRS address of ours is an ordinary unknown address.
+	if res, found, err := lookups.New(st, testOptions()).Resolve(ctx, "SRS0=HH=TT=remote.test=a+b@example.test"); err != nil || found || res.Rule == lookups.RuleSRS {
+		t.Errorf("without SRS: found %v, %+v, %v", found, res, err)
+	}
+}

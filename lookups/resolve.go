@@ -179,6 +179,29 @@ func (w *walker) resolve(local, domain string, chain []frame, via []string, top 
 	if rt.Domain != nil {
 		out.maxBytes = rt.Domain.MaxMessageBytes
 	}
+	// SRS addresses of ours, before the extension is split off (their
+	// fields may hold any delimiter) and before aliases.
+	if w.r.opts.SRS != nil && isSRS(local) && (class != DomainRemote || dom == w.r.opts.SRSDomain) {
+		orig, err := w.r.opts.SRS.Reverse(addr)
+		if err == nil {
+			w.note(depth, "%s: SRS address → %s", addr, orig)
+			out.rule, out.found = RuleSRS, true
+			if out.class == DomainRemote {
+				out.class = DomainLocal // the SRS domain: ours, even without a domain row
+			}
+			return out, w.destination(orig, "", "", "", false, nil, append(slices.Clip(chain), frame{addr: addr}), append(slices.Clip(via), addr))
+		}
+		w.note(depth, "%s: not a valid SRS address of ours (%v)", addr, err)
+		if class == DomainRemote {
+			// The SRS domain is ours for SRS addresses only: a forged or
+			// expired one is an unknown user there (550 5.1.1), not relaying.
+			out.class = DomainLocal
+			if !top {
+				w.add(depth, Recipient{Class: ClassUnknown, Address: addr, Transport: unknownTransport, Via: via}, "unknown")
+			}
+			return out, nil
+		}
+	}
 	switch {
 	case class == DomainRemote && rt.Domain != nil:
 		w.note(depth, "%s: domain %s is inactive: not ours", addr, dom)
@@ -467,4 +490,17 @@ func chainText(chain []frame, last string) string {
 
 func hasPrefixFold(s, prefix string) bool {
 	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
+
+// isSRS reports whether local is an SRS0 or SRS1 local part (the tag in any
+// case, then one of the separators = + -), as mta/srs makes them.
+func isSRS(local string) bool {
+	if len(local) < 5 || !strings.EqualFold(local[:3], "srs") || (local[3] != '0' && local[3] != '1') {
+		return false
+	}
+	switch local[4] {
+	case '=', '+', '-':
+		return true
+	}
+	return false
 }

@@ -11,7 +11,9 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/facteur/facteur/lookups"
 	"github.com/facteur/facteur/lookups/passwd"
+	"github.com/facteur/facteur/mta/srs"
 )
 
 // Config holds process settings only. Everything about domains, mailboxes and
@@ -49,6 +51,9 @@ type Config struct {
 	// Milters are the content filters of the SMTP listeners, in the order
 	// they run ([[milter]] tables; Postfix's smtpd_milters).
 	Milters []MilterConfig `toml:"milter"`
+	// SRS rewrites the envelope sender of forwarded mail (DESIGN
+	// "Forwarding"); off without a secret file.
+	SRS SRSConfig `toml:"srs"`
 	// MailOwner owns virtual Maildirs ("user" or "uid:gid"; default vmail
 	// when running as root). Never root: Dovecot refuses uid 0.
 	MailOwner string `toml:"mail_owner"`
@@ -320,4 +325,65 @@ func (c *Config) hasher() (*passwd.Hasher, error) {
 		return nil, fmt.Errorf("passwords: %w", err)
 	}
 	return h, nil
+}
+
+// SRSConfig configures the Sender Rewriting Scheme: mail that an alias
+// forwards to another host from a sender outside our domains leaves with an
+// SRS0 envelope sender in Domain, and bounces to SRS addresses of ours are
+// sent back to the sender they encode.
+type SRSConfig struct {
+	// SecretFile holds the HMAC secrets, one per line ("#" comments and
+	// blank lines skipped): the first signs new addresses, all of them
+	// verify, so a new secret goes first and the old one stays below it for
+	// MaxAge days. Empty: SRS is off.
+	SecretFile string `toml:"secret_file"`
+	// Domain is the domain of SRS addresses (default: hostname). Mail to it
+	// must reach this host (an MX record); it needs no domain row.
+	Domain string `toml:"domain"`
+	// MaxAge is how many days an SRS address stays valid (default 21).
+	MaxAge int `toml:"max_age"`
+}
+
+// srs returns the SRS rewriter, nil when SRS is off.
+func (c *Config) srs() (*srs.SRS, error) {
+	if c.SRS.SecretFile == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(c.SRS.SecretFile)
+	if err != nil {
+		return nil, fmt.Errorf("srs secret file: %w", err)
+	}
+	var secrets []string
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line != "" && !strings.HasPrefix(line, "#") {
+			secrets = append(secrets, line)
+		}
+	}
+	if len(secrets) == 0 {
+		return nil, fmt.Errorf("srs secret file %s: no secret in it", c.SRS.SecretFile)
+	}
+	r, err := srs.New(srs.Options{Secrets: secrets, MaxAge: c.SRS.MaxAge})
+	if err != nil {
+		return nil, fmt.Errorf("srs secret file %s: %w", c.SRS.SecretFile, err)
+	}
+	return r, nil
+}
+
+// srsDomain is the domain of this host's SRS addresses.
+func (c *Config) srsDomain() string {
+	if c.SRS.Domain != "" {
+		return c.SRS.Domain
+	}
+	return c.Hostname
+}
+
+// lookupsSRS sets the SRS reversal of resolver options o when SRS is on.
+func (c *Config) lookupsSRS(o *lookups.Options) error {
+	r, err := c.srs()
+	if err != nil || r == nil {
+		return err
+	}
+	o.SRS, o.SRSDomain = r, c.srsDomain()
+	return nil
 }

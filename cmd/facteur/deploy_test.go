@@ -50,6 +50,13 @@ func TestSampleConfig(t *testing.T) {
 			continue
 		}
 		dotted := strings.Join(k, ".")
+		if len(k) == 1 && isTableArray(k[0]) {
+			// An array of tables, shown commented: "# [[name]]".
+			if !regexp.MustCompile(`(?m)^#\s*\[\[` + regexp.QuoteMeta(dotted) + `\]\]\s*$`).Match(text) {
+				t.Errorf("table array %s is not in the sample (set it, or show it as \"# [[%s]]\")", dotted, dotted)
+			}
+			continue
+		}
 		re := regexp.MustCompile(`(?m)^#\s*` + regexp.QuoteMeta(dotted) + `\s*=`)
 		if !re.Match(text) {
 			t.Errorf("setting %s is not in the sample (set it, or show it as \"# %s = ...\")", dotted, dotted)
@@ -66,6 +73,62 @@ func TestSampleConfig(t *testing.T) {
 	if md, err := toml.Decode(uncommented.String(), &dev); err != nil || len(md.Undecoded()) > 0 || dev.DevPostgres == nil {
 		t.Errorf("commented settings do not decode: %v %v\n%s", err, md.Undecoded(), uncommented.String())
 	}
+	// The commented [[milter]] examples are valid once uncommented, and
+	// show every milter setting.
+	ex, md := sampleMilterExamples(t, text)
+	if len(ex.Milters) != 2 {
+		t.Fatalf("the [[milter]] examples decode into %d milters, want 2", len(ex.Milters))
+	}
+	shown := map[string]bool{}
+	for _, k := range md.Keys() {
+		shown[k.String()] = true
+	}
+	for _, k := range configKeys(reflect.TypeOf(MilterConfig{}), []string{"milter"}) {
+		if !shown[strings.Join(k, ".")] {
+			t.Errorf("the [[milter]] examples do not show %s", strings.Join(k, "."))
+		}
+	}
+	if ex.Milters[0].Name != "rspamd" || ex.Milters[0].Addr == "" {
+		t.Errorf("first milter example: %+v", ex.Milters[0])
+	}
+}
+
+// sampleMilterExamples decodes the commented [[milter]] examples of the
+// sample (text), as an operator uncommenting them would get them.
+func sampleMilterExamples(t *testing.T, text []byte) (*Config, toml.MetaData) {
+	t.Helper()
+	var milters bytes.Buffer
+	in := false
+	for _, line := range strings.Split(string(text), "\n") {
+		switch {
+		case regexp.MustCompile(`^#\s*\[\[milter\]\]\s*$`).MatchString(line):
+			in = true
+			milters.WriteString("[[milter]]\n")
+		case in && regexp.MustCompile(`^#\s*[a-z_]+\s*=`).MatchString(line):
+			milters.WriteString(strings.TrimSpace(strings.TrimPrefix(line, "#")) + "\n")
+		case line == "" || !strings.HasPrefix(line, "#"):
+			in = false
+		}
+	}
+	var ex Config
+	md, err := toml.Decode(milters.String(), &ex)
+	if err != nil || len(md.Undecoded()) > 0 {
+		t.Fatalf("the [[milter]] examples do not decode: %v %v\n%s", err, md.Undecoded(), milters.String())
+	}
+	return &ex, md
+}
+
+// isTableArray reports whether the top-level setting name is an array of
+// tables ([[milter]]).
+func isTableArray(name string) bool {
+	typ := reflect.TypeOf(Config{})
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		if n, _, _ := strings.Cut(f.Tag.Get("toml"), ","); n == name {
+			return f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct
+		}
+	}
+	return false
 }
 
 // configKeys lists the TOML keys of a settings struct, recursively.

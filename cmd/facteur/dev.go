@@ -129,6 +129,9 @@ func (a *app) dev(ctx context.Context, out io.Writer, o devOptions) (err error) 
 	if err := ensureDevCert(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
 		return err
 	}
+	if err := ensureSRSSecret(cfg.SRS.SecretFile); err != nil {
+		return err
+	}
 
 	c, err := devCluster(fdir, cfg.DevPostgres)
 	if err != nil {
@@ -417,6 +420,10 @@ admin = %s
 cert_file = %s
 key_file = %s
 
+# SRS for mail that aliases forward elsewhere; facteur dev makes the secret.
+[srs]
+secret_file = %s
+
 # The private PostgreSQL cluster that facteur dev starts and stops.
 [dev_postgres]
 dir = %s
@@ -426,7 +433,7 @@ port = %d
 		q(filepath.Join(fdir, "spool")), q(filepath.Join(fdir, "mail")), q(devPostmaster),
 		q(listen["smtp"]), q(listen["submission"]), q(listen["submissions"]), q(pickup), q(listen["admin"]),
 		q(filepath.Join(fdir, "tls", "cert.pem")), q(filepath.Join(fdir, "tls", "key.pem")),
-		q(devClusterDir(fdir)), pgPort)
+		q(filepath.Join(fdir, "srs.secret")), q(devClusterDir(fdir)), pgPort)
 	// Written beside and renamed, so an interrupted first run leaves no
 	// half-written file that the next run would take for a configuration.
 	tmp := path + ".tmp"
@@ -506,6 +513,29 @@ func ensureDevCert(certFile, keyFile string) error {
 	}
 	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		return fmt.Errorf("write certificate: %w", err)
+	}
+	return nil
+}
+
+// ensureSRSSecret writes a random SRS secret to path (when set) unless the
+// file exists.
+func ensureSRSSecret(path string) error {
+	if path == "" {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("srs secret: %w", err)
+	}
+	_, err = fmt.Fprintf(f, "# SRS secret made by facteur dev; a new one goes on the first line.\n%s\n", rand.Text())
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("srs secret: %w", err)
 	}
 	return nil
 }

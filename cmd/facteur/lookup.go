@@ -158,11 +158,15 @@ func (a *app) lookup(cmd *cobra.Command, query, user, sender string, checkSender
 	}
 	defer pool.Close()
 	st := store.New(pool)
-	r := lookups.New(st, lookups.Options{
+	lo := lookups.Options{
 		Hostname:   cfg.Hostname,
 		Postmaster: cfg.Postmaster,
 		CacheSize:  -1,
-	})
+	}
+	if err := cfg.lookupsSRS(&lo); err != nil {
+		return err
+	}
+	r := lookups.New(st, lo)
 
 	rep := lookupReport{Query: query}
 	// The command line takes the external form ("john doe"@example.test);

@@ -935,7 +935,11 @@ func queueRequeue(ctx context.Context, a *app, st *store.Store, ids []string, _ 
 	if err != nil {
 		return nil, err
 	}
-	res := lookups.New(st, lookups.Options{Hostname: cfg.Hostname, Postmaster: cfg.Postmaster, CacheSize: -1})
+	lo := lookups.Options{Hostname: cfg.Hostname, Postmaster: cfg.Postmaster, CacheSize: -1}
+	if err := cfg.lookupsSRS(&lo); err != nil {
+		return nil, err
+	}
+	res := lookups.New(st, lo)
 	return st.RequeueMessages(ctx, ids, func(ctx context.Context, orig string) ([]store.QueueRecipient, error) {
 		return queueRequeueExpand(ctx, res, orig)
 	})

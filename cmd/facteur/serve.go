@@ -83,12 +83,16 @@ func buildReceiveParts(ctx context.Context, s *services) (*receiveParts, error) 
 	// The policy parts' caches (DKIM keys, DNSBL sites; built below) follow
 	// the control plane through the resolver's listener.
 	var polHook atomic.Pointer[policyParts]
-	res := lookups.New(s.store, lookups.Options{Hostname: cfg.Hostname, Postmaster: cfg.Postmaster,
+	lo := lookups.Options{Hostname: cfg.Hostname, Postmaster: cfg.Postmaster,
 		LocalUser: lookups.SystemUser, Logger: s.log, OnInvalidate: func(table, _ string) {
 			if p := polHook.Load(); p != nil {
 				p.invalidate(table)
 			}
-		}})
+		}}
+	if err := cfg.lookupsSRS(&lo); err != nil {
+		return nil, err
+	}
+	res := lookups.New(s.store, lo)
 	go func() {
 		if err := res.Run(ctx); err != nil && ctx.Err() == nil {
 			s.log.Error("lookups cache listener stopped", "err", err)
@@ -192,8 +196,14 @@ func serveQueue(ctx context.Context, s *services) error {
 		return err
 	}
 	agents := map[string]deliver.Agent{}
-	if a, err := smtpagent.New(smtpagent.Options{Hostname: cfg.Hostname, Resolver: dns, LocalAddrs: localAddrs(),
-		ListenPorts: listenPorts(cfg.Listen.SMTP), Credentials: s.store, Logger: s.log}); err != nil {
+	so := smtpagent.Options{Hostname: cfg.Hostname, Resolver: dns, LocalAddrs: localAddrs(),
+		ListenPorts: listenPorts(cfg.Listen.SMTP), Credentials: s.store, Logger: s.log}
+	if r, err := cfg.srs(); err != nil {
+		return err
+	} else if r != nil {
+		so.SRS, so.SRSDomain, so.Forwarded = r, cfg.srsDomain(), forwardedFrom(p.res)
+	}
+	if a, err := smtpagent.New(so); err != nil {
 		s.log.Error("queue: smtp agent unavailable", "err", err)
 	} else {
 		defer a.Close()
@@ -604,4 +614,31 @@ func serveMetrics(ctx context.Context, s *services) error {
 	mux.Handle("GET /metrics", s.metricsRegistry().Handler())
 	health.New(health.Options{Store: s.store, SpoolDir: s.cfg.SpoolDir}).Register(mux)
 	return metrics.Serve(ctx, s.cfg.Listen.Metrics, mux, s.log)
+}
+
+// forwardedFrom tells the smtp agent which deliveries forward mail (DESIGN
+// "Forwarding"): a recipient that an address of ours expanded to (its RCPT
+// differs from it), from a sender outside our domains. Mail of our own
+// senders, and mail relayed as it came, keeps its envelope sender.
+func forwardedFrom(res *lookups.Resolver) func(ctx context.Context, msg *deliver.Message, rcpts []deliver.Recipient) (bool, error) {
+	return func(ctx context.Context, msg *deliver.Message, rcpts []deliver.Recipient) (bool, error) {
+		expanded := false
+		for _, rc := range rcpts {
+			if rc.Orig != "" && !strings.EqualFold(rc.Orig, rc.Address) {
+				expanded = true
+				break
+			}
+		}
+		if !expanded || msg.Sender == "" {
+			return false, nil
+		}
+		r, _, err := res.Resolve(ctx, msg.Sender)
+		if err != nil {
+			if lookups.Permanent(err) {
+				return true, nil // not an address of ours
+			}
+			return false, err
+		}
+		return r.Domain == lookups.DomainRemote, nil
+	}
 }
