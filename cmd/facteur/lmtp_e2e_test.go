@@ -9,7 +9,6 @@ import (
 	"context"
 	"fmt"
 	"net/smtp"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,7 +20,6 @@ import (
 )
 
 func TestEndToEndLMTPToDovecot(t *testing.T) {
-	uid, gid := dovecottest.MailOwner(t)
 	db := storetest.New(t)
 	ctx := context.Background()
 	srv := dovecottest.StartSQL(t, dovecottest.SQLOptions{DatabaseURL: db.URL})
@@ -50,31 +48,9 @@ func TestEndToEndLMTPToDovecot(t *testing.T) {
 		}
 	}
 
-	dir := t.TempDir()
-	sockDir, err := os.MkdirTemp("/tmp", "flmtp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	smtpAddr := freePort(t)
 	// Maildirs under Dovecot's mail root: the Maildir agent (for the DSN
 	// to sender@) and Dovecot share it, as on a host.
-	conf := fmt.Sprintf(`database_url = %s
-spool_dir = %s
-mail_root = %s
-hostname = "mx.example.test"
-mail_owner = "%d:%d"
-[listen]
-smtp = %q
-pickup = %s
-[dns]
-resolver = "none"
-[queue]
-poll_interval = "1s"
-`, tomlQuote(db.URL), tomlQuote(filepath.Join(dir, "spool")), tomlQuote(srv.MailRoot), uid, gid,
-		smtpAddr, tomlQuote(filepath.Join(sockDir, "pickup.sock")))
-	startServe(t, dir, conf)
-	waitListening(t, "the smtp listener", smtpAddr)
+	smtpAddr := startServeSMTP(t, db, srv.MailRoot, "")
 
 	send := func(to, subject string, body string) {
 		t.Helper()

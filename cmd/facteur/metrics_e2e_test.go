@@ -10,7 +10,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/smtp"
 	"os"
@@ -19,8 +18,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	gosmtp "github.com/emersion/go-smtp"
 
 	"github.com/facteur/facteur/internal/dovecottest"
 	"github.com/facteur/facteur/store/storetest"
@@ -60,19 +57,12 @@ func TestMetricsCountRealTrafficThroughServe(t *testing.T) {
 	ctx := context.Background()
 
 	remote := &scriptedRemote{}
-	rln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs := gosmtp.NewServer(remote)
-	rs.Domain = "mx.remote.test"
-	go rs.Serve(rln) //nolint:errcheck
-	t.Cleanup(func() { rs.Close() })
+	remotePort := startRemote(t, remote)
 	for _, q := range []string{
 		`INSERT INTO domain (name) VALUES ('example.test')`,
 		`INSERT INTO mailbox (address, password) VALUES ('alice@example.test', '{PLAIN}x'), ('bob@example.test', '{PLAIN}x')`,
 		`INSERT INTO client_access (network, action) VALUES ('127.0.0.0/8', 'permit_relay')`,
-		fmt.Sprintf(`INSERT INTO transport (key, nexthop) VALUES ('remote.test', 'smtp:[127.0.0.1]:%d')`, rln.Addr().(*net.TCPAddr).Port),
+		fmt.Sprintf(`INSERT INTO transport (key, nexthop) VALUES ('remote.test', 'smtp:[127.0.0.1]:%d')`, remotePort),
 	} {
 		if _, err := db.Pool.Exec(ctx, q); err != nil {
 			t.Fatalf("%s: %v", q, err)

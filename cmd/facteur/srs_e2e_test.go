@@ -9,7 +9,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/smtp"
 	"os"
 	"path/filepath"
@@ -20,7 +19,6 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
-	"github.com/facteur/facteur/internal/dovecottest"
 	"github.com/facteur/facteur/lookups"
 	"github.com/facteur/facteur/mta/deliver"
 	"github.com/facteur/facteur/mta/srs"
@@ -76,20 +74,10 @@ func (s *recorderSession) Data(r io.Reader) error {
 }
 
 func TestEndToEndSRSForwardAndBounceBack(t *testing.T) {
-	uid, gid := dovecottest.MailOwner(t)
 	db := storetest.New(t)
 	ctx := context.Background()
-
 	remote := &envelopeRecorder{}
-	rln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs := gosmtp.NewServer(remote)
-	rs.Domain = "mx.remote.test"
-	go rs.Serve(rln) //nolint:errcheck
-	t.Cleanup(func() { rs.Close() })
-	hop := fmt.Sprintf("smtp:[127.0.0.1]:%d", rln.Addr().(*net.TCPAddr).Port)
+	hop := fmt.Sprintf("smtp:[127.0.0.1]:%d", startRemote(t, remote))
 
 	// No client_access row: the bounce below is accepted because the SRS
 	// address is ours, not because loopback may relay.
@@ -104,35 +92,11 @@ func TestEndToEndSRSForwardAndBounceBack(t *testing.T) {
 		}
 	}
 
-	dir := t.TempDir()
-	secret := filepath.Join(dir, "srs.secret")
+	secret := filepath.Join(t.TempDir(), "srs.secret")
 	if err := os.WriteFile(secret, []byte("# comment\n\nnew-secret\nold-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sockDir, err := os.MkdirTemp("/tmp", "fsrs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	smtpAddr := freePort(t)
-	conf := fmt.Sprintf(`database_url = %s
-spool_dir = %s
-mail_root = %s
-hostname = "mx.example.test"
-mail_owner = "%d:%d"
-[listen]
-smtp = %q
-pickup = %s
-[dns]
-resolver = "none"
-[queue]
-poll_interval = "1s"
-[srs]
-secret_file = %s
-`, tomlQuote(db.URL), tomlQuote(filepath.Join(dir, "spool")), tomlQuote(filepath.Join(dir, "mail")), uid, gid,
-		smtpAddr, tomlQuote(filepath.Join(sockDir, "pickup.sock")), tomlQuote(secret))
-	startServe(t, dir, conf)
-	waitListening(t, "the smtp listener", smtpAddr)
+	smtpAddr := startServeSMTP(t, db, t.TempDir(), "[srs]\nsecret_file = "+tomlQuote(secret)+"\n")
 
 	send := func(from, to string) error {
 		msg := fmt.Sprintf("From: <%s>\r\nTo: <%s>\r\nSubject: srs\r\n\r\nhello\r\n", from, to)
