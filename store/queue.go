@@ -478,6 +478,24 @@ WHERE status = 'delivering' AND lease_expires_at < now()`)
 	return tag.RowsAffected(), nil
 }
 
+// ReleaseNodeLeases moves node's delivering recipients whose lease is held
+// by another owner than keep back to deferred, due now, whether or not the
+// lease has run out. Only for a manager that knows it is the node's only
+// one (it holds the lock of the node's spool): the other owners are
+// processes of this node that are gone (kill -9, a crash), so their mail
+// need not wait for their leases to run out. It returns how many
+// recipients it released.
+func (s *Store) ReleaseNodeLeases(ctx context.Context, node, keep string) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `UPDATE queue_recipient r
+SET status = 'deferred', next_attempt_at = now(), lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+WHERE r.status = 'delivering' AND r.lease_owner IS DISTINCT FROM $2
+  AND EXISTS (SELECT 1 FROM queue_message m WHERE m.id = r.queue_id AND m.node = $1)`, node, keep)
+	if err != nil {
+		return 0, fmt.Errorf("release the leases of node %s: %w", node, err)
+	}
+	return tag.RowsAffected(), nil
+}
+
 // sqlNextDue walks the waiting recipients in next attempt order and looks
 // up each one's message by primary key until one is of the node and not
 // held (the first, but for other nodes' and held messages). The message test

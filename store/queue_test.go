@@ -774,3 +774,38 @@ func TestSettleGroupSharesTransactions(t *testing.T) {
 		t.Errorf("%d delivery_log rows in %d transactions; want 12 in at most 4", rows, txs)
 	}
 }
+
+func TestReleaseNodeLeasesTakesBackOtherOwnersOfTheNode(t *testing.T) {
+	s, _ := newQueueStore(t)
+	ctx := context.Background()
+	enqueueN(t, s, "NODEA001", "node1", 2)
+	enqueueN(t, s, "NODEA002", "node1", 1)
+	enqueueN(t, s, "NODEB001", "node2", 1)
+	dead, err := s.Claim(ctx, "node1", "node1:dead", time.Hour, 2)
+	if err != nil || len(dead) != 2 {
+		t.Fatalf("claim by the dead owner: %v %v", dead, err)
+	}
+	mine, err := s.Claim(ctx, "node1", "node1:me", time.Hour, 10)
+	if err != nil || len(mine) != 1 {
+		t.Fatalf("claim by this owner: %v %v", mine, err)
+	}
+	other, err := s.Claim(ctx, "node2", "node2:x", time.Hour, 10)
+	if err != nil || len(other) != 1 {
+		t.Fatalf("claim on node2: %v %v", other, err)
+	}
+	n, err := s.ReleaseNodeLeases(ctx, "node1", "node1:me")
+	if err != nil || n != 2 {
+		t.Fatalf("ReleaseNodeLeases: %d %v, want the dead owner's 2", n, err)
+	}
+	for _, c := range dead {
+		if st := stateOf(t, s, c.ID); st.status != RcptDeferred || st.owner != "" || time.Until(st.next) > 0 {
+			t.Errorf("dead owner's recipient %d: %+v, want deferred, due now, no lease", c.ID, st)
+		}
+	}
+	if st := stateOf(t, s, mine[0].ID); st.status != "delivering" || st.owner != "node1:me" {
+		t.Errorf("this owner's recipient: %+v, want its lease kept", st)
+	}
+	if st := stateOf(t, s, other[0].ID); st.status != "delivering" || st.owner != "node2:x" {
+		t.Errorf("node2's recipient: %+v, want its lease kept", st)
+	}
+}

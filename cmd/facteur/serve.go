@@ -9,10 +9,12 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/stdlib"
@@ -239,6 +241,13 @@ func serveQueue(ctx context.Context, s *services) error {
 	} else {
 		agents["local"] = a
 	}
+	// One queue manager per spool: the lock lets it take back, at start,
+	// the leases that earlier processes of this node left (kill -9).
+	unlock, err := lockQueue(cfg.SpoolDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	var m *queue.Manager
 	sub := &queue.StoreSubmitter{Store: s.store, Spool: p.sp, Resolver: p.res, Node: cfg.Node, Hostname: cfg.Hostname,
 		NewQueueID: p.cl.NewQueueID, Wake: func() { m.Wake() }, Log: s.log}
@@ -250,7 +259,8 @@ func serveQueue(ctx context.Context, s *services) error {
 		Policy: &queue.PolicyConfig{MinBackoff: q.MinBackoff.Duration, MaxBackoff: q.MaxBackoff.Duration,
 			MaxQueueLifetime: q.MaxLifetime.Duration, BounceQueueLifetime: q.BounceLifetime.Duration,
 			DelayWarningTime: delayWarning(q.DelayWarning.Duration)},
-		Concurrency: q.Concurrency, DestinationConcurrency: q.DestinationConcurrency, PollInterval: q.PollInterval.Duration})
+		Concurrency: q.Concurrency, DestinationConcurrency: q.DestinationConcurrency, PollInterval: q.PollInterval.Duration,
+		SoleManager: true})
 	// Mail accepted by this process wakes the manager at once; other
 	// processes reach it through NOTIFY facteur_queue.
 	p.wake.Store(m)
@@ -259,6 +269,25 @@ func serveQueue(ctx context.Context, s *services) error {
 	// start and then periodically (DESIGN "Unknown COMMIT outcome").
 	go p.cl.RunReconciler(ctx, 5*time.Minute)
 	return m.Run(ctx)
+}
+
+// lockQueue takes the lock that makes this process the only queue manager
+// of the spool in dir (<dir>/queue.lock, flock: the kernel drops it when
+// the process dies). A second queue role on the same spool is refused.
+func lockQueue(dir string) (unlock func(), err error) {
+	path := filepath.Join(dir, "queue.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("queue lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("queue role: another running process manages the queue of the spool %s (%s is locked)", dir, path)
+		}
+		return nil, fmt.Errorf("queue lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
 }
 
 // ensureMailRoot creates the mail root if it is missing, owned by the mail

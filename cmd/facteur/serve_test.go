@@ -223,3 +223,20 @@ func TestServeRejectsAnUnknownLogFormat(t *testing.T) {
 		t.Fatalf("--log-format xml = %v, want a usage error", err)
 	}
 }
+
+func TestQueueLockAllowsOneQueueManagerPerSpool(t *testing.T) {
+	dir := t.TempDir()
+	unlock, err := lockQueue(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lockQueue(dir); err == nil || !strings.Contains(err.Error(), "another running process manages the queue") {
+		t.Fatalf("second lock: %v, want refused", err)
+	}
+	unlock()
+	unlock2, err := lockQueue(dir)
+	if err != nil {
+		t.Fatalf("lock after unlock: %v", err)
+	}
+	unlock2()
+}

@@ -88,6 +88,12 @@ type Options struct {
 	// DeadTime is how long a destination that fails connections is left
 	// alone (5 min).
 	DeadTime time.Duration
+	// SoleManager says that this manager is the only one of its node (the
+	// caller holds the lock of the node's spool, as `facteur serve` does):
+	// at start, leases of the node's recipients held by other owners were
+	// left by processes that are gone, and are released at once instead
+	// of when they run out.
+	SoleManager bool
 	// PollInterval is the safety poll (30 s): a claim pass, expired leases
 	// released, owed DSNs and finished messages swept.
 	PollInterval time.Duration
@@ -275,6 +281,15 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	defer m.running.Store(false)
 	m.log.Info("queue manager starting", "node", m.opts.Node, "owner", m.opts.Owner)
+	if m.opts.SoleManager {
+		n, err := m.st.ReleaseNodeLeases(ctx, m.opts.Node, m.opts.Owner)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			m.log.Error("release the leases of earlier processes of this node", "err", err)
+		case n > 0:
+			m.log.Info("released the leases of earlier processes of this node", "recipients", n)
+		}
+	}
 	m.releaseExpired(ctx)
 
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))

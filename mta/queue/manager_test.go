@@ -754,6 +754,30 @@ func TestAbandonedClaimIsDeliveredByTheNextManager(t *testing.T) {
 	_ = ids
 }
 
+// A manager that is its node's only one (serve holds the spool's lock)
+// takes back at once the leases a killed process of the node left, instead
+// of waiting for them to run out.
+func TestSoleManagerTakesBackLeasesOfAKilledProcess(t *testing.T) {
+	e := newEnv(t)
+	for i := range 5 {
+		e.queue("alice@sender.test", []rcpt{{addr: fmt.Sprintf("u%d@example.com", i)}}, msgOpts{})
+	}
+	cs, err := e.st.Claim(context.Background(), node, node+":killed", time.Hour, 10)
+	if err != nil || len(cs) != 5 {
+		t.Fatalf("claim: %d %v", len(cs), err)
+	}
+	e.start(Options{SoleManager: true})
+	e.waitFor("every message to finish", 15*time.Second, e.queueEmpty)
+	for i := range 5 {
+		if a := fmt.Sprintf("u%d@example.com", i); e.agent.deliveredTo(a) != 1 {
+			t.Errorf("%s delivered %d times, want 1", a, e.agent.deliveredTo(a))
+		}
+	}
+	if !strings.Contains(e.logs.String(), "released the leases of earlier processes of this node") {
+		t.Error("no log line for the leases taken back")
+	}
+}
+
 func TestStopMidBatchThenRestartDeliversEverything(t *testing.T) {
 	e := newEnv(t)
 	e.agent.hold = make(chan struct{}) // deliveries hang until cancelled
