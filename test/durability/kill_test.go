@@ -184,7 +184,7 @@ func TestKill9UnderLoad(t *testing.T) {
 	// has removed the orphans and the queue has removed delivered bodies.
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		if n, _ := harness.CountFiles(t, f.Spool); n == 0 {
+		if n, _ := harness.CountSpoolFiles(t, f.Spool); n == 0 {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -256,7 +256,7 @@ func TestKill9UnderLoad(t *testing.T) {
 		}
 	}
 	removed := strings.Count(f.Log(), "reconcile: removed spool file")
-	spoolLeft, names := harness.CountFiles(t, f.Spool)
+	spoolLeft, names := harness.CountSpoolFiles(t, f.Spool)
 	var held int
 	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM queue_message WHERE held`).Scan(&held); err != nil {
 		t.Fatal(err)

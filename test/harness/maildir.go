@@ -72,3 +72,17 @@ func CountFiles(t testing.TB, dir string) (int, []string) {
 	}
 	return len(names), names
 }
+
+// CountSpoolFiles counts the message files under a spool directory, committed
+// or not: every regular file but the queue role's lock (queue.lock).
+func CountSpoolFiles(t testing.TB, dir string) (int, []string) {
+	t.Helper()
+	_, all := CountFiles(t, dir)
+	names := all[:0]
+	for _, n := range all {
+		if n != "queue.lock" {
+			names = append(names, n)
+		}
+	}
+	return len(names), names
+}

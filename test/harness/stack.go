@@ -188,7 +188,7 @@ func (s *Stack) Queued() int { return s.Count("SELECT count(*) FROM queue_messag
 
 // SpoolFiles returns the number of files in the spool, committed or not.
 func (s *Stack) SpoolFiles() int {
-	n, _ := CountFiles(s.t, s.Spool.Dir())
+	n, _ := CountSpoolFiles(s.t, s.Spool.Dir())
 	return n
 }
 
