@@ -84,6 +84,7 @@
 package local
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -103,6 +104,7 @@ import (
 	"github.com/facteur/facteur/lookups/address"
 	"github.com/facteur/facteur/mta/cleanup"
 	"github.com/facteur/facteur/mta/deliver"
+	"github.com/facteur/facteur/mta/deliver/mailfile"
 	"github.com/facteur/facteur/mta/deliver/pipe"
 	"github.com/facteur/facteur/mta/envelope"
 )
@@ -406,7 +408,7 @@ func (d *delivery) header() ([]byte, error) {
 		return nil, err
 	}
 	defer body.Close()
-	h, err := readHeader(body)
+	h, err := mailfile.ReadHeader(bufio.NewReaderSize(body, 64<<10))
 	if err != nil {
 		return nil, err
 	}
@@ -536,7 +538,7 @@ func (d *delivery) user(ctx context.Context) deliver.Result {
 		d.log.Error("local: read queued message", "err", err)
 		return tempError("cannot read queued message")
 	}
-	if deliveredTo(hdr, addr) {
+	if mailfile.DeliveredTo(hdr, addr) {
 		return result(deliver.Bounced, 554, envelope.Status{5, 4, 6}, "<"+addr+">: mail forwarding loop for "+addr)
 	}
 	vars := d.recipientVars(addr)

@@ -42,7 +42,6 @@ package maildir
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -61,6 +60,7 @@ import (
 	"time"
 
 	"github.com/facteur/facteur/mta/deliver"
+	"github.com/facteur/facteur/mta/deliver/mailfile"
 	"github.com/facteur/facteur/mta/envelope"
 )
 
@@ -228,12 +228,12 @@ func (a *Agent) deliverOne(ctx context.Context, root *os.Root, msg *deliver.Mess
 	}
 	defer body.Close()
 	br := bufio.NewReaderSize(body, 64<<10)
-	hdr, err := readHeader(br)
+	hdr, err := mailfile.ReadHeader(br)
 	if err != nil {
 		log.Error("maildir: read queued message", "err", err)
 		return result(deliver.Deferred, 451, envelope.Status{4, 3, 0}, "Maildir delivery failed: cannot read queued message")
 	}
-	if deliveredTo(hdr, rc.Address) {
+	if mailfile.DeliveredTo(hdr, rc.Address) {
 		// Postfix local/virtual: a Delivered-To: with this recipient means
 		// the message has been here before (RFC 3463 X.4.6 routing loop).
 		return result(deliver.Bounced, 554, envelope.Status{5, 4, 6}, "<"+rc.Address+">: mail forwarding loop for "+rc.Address)
@@ -592,7 +592,7 @@ func (a *Agent) createTmp(md *os.Root) (string, *os.File, error) {
 // message to f with LF line ends. size is the file's size, vsize its size
 // with CRLF line ends (Dovecot's virtual size, W=).
 func (a *Agent) write(f *os.File, sender, rcpt string, hdr []byte, rest io.Reader) (size, vsize int64, err error) {
-	w := &lfWriter{w: bufio.NewWriterSize(f, 64<<10)}
+	w := mailfile.NewLFWriter(bufio.NewWriterSize(f, 64<<10))
 	// Return-Path: the envelope sender, <> for the null sender (RFC 5321
 	// 4.4); Delivered-To: the final recipient, as Postfix writes it.
 	fmt.Fprintf(w, "Return-Path: <%s>\r\nDelivered-To: %s\r\n", sanitize(sender), sanitize(rcpt))
@@ -603,7 +603,7 @@ func (a *Agent) write(f *os.File, sender, rcpt string, hdr []byte, rest io.Reade
 	if err := w.Close(); err != nil {
 		return 0, 0, err
 	}
-	return w.n, w.n + w.lines, nil
+	return w.Written(), w.Written() + w.Lines(), nil
 }
 
 // sanitize drops control characters from an envelope address placed in a
@@ -615,113 +615,6 @@ func sanitize(s string) string {
 		}
 		return r
 	}, s)
-}
-
-// lfWriter turns CRLF into LF (a CR not followed by LF is kept) and counts
-// the bytes and LFs it writes.
-type lfWriter struct {
-	w        *bufio.Writer
-	cr       bool // the last byte seen was a CR, not yet written
-	n, lines int64
-	err      error
-}
-
-func (l *lfWriter) put(p []byte) {
-	if l.err != nil || len(p) == 0 {
-		return
-	}
-	_, l.err = l.w.Write(p)
-	l.n += int64(len(p))
-	l.lines += int64(bytes.Count(p, []byte{'\n'}))
-}
-
-func (l *lfWriter) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 && l.err == nil {
-		if l.cr {
-			l.cr = false
-			if p[0] != '\n' {
-				l.put([]byte{'\r'})
-			}
-		}
-		i := bytes.IndexByte(p, '\r')
-		if i < 0 {
-			l.put(p)
-			break
-		}
-		l.put(p[:i])
-		l.cr = true
-		p = p[i+1:]
-	}
-	if l.err != nil {
-		return 0, l.err
-	}
-	return n, nil
-}
-
-// Close writes a pending CR and flushes.
-func (l *lfWriter) Close() error {
-	if l.cr {
-		l.cr = false
-		l.put([]byte{'\r'})
-	}
-	if l.err != nil {
-		return l.err
-	}
-	return l.w.Flush()
-}
-
-// maxHeader bounds the header block kept in memory for the loop check; a
-// longer one is scanned up to there and copied as it is.
-const maxHeader = 1 << 20
-
-// readHeader returns the header block up to and including the empty line
-// that ends it (or up to maxHeader, or the whole message if it has no body).
-func readHeader(br *bufio.Reader) ([]byte, error) {
-	var hdr []byte
-	for len(hdr) < maxHeader {
-		line, err := br.ReadSlice('\n')
-		hdr = append(hdr, line...)
-		if err == bufio.ErrBufferFull {
-			continue
-		}
-		if err == io.EOF {
-			return hdr, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		if len(line) == 1 || (len(line) == 2 && line[0] == '\r') {
-			return hdr, nil // the empty line (RFC 5322 2.1)
-		}
-	}
-	return hdr, nil
-}
-
-// deliveredTo reports whether the header block has a Delivered-To: field
-// naming addr (compared without case, angle brackets or spaces).
-func deliveredTo(hdr []byte, addr string) bool {
-	var field []byte
-	check := func() bool {
-		name, value, ok := bytes.Cut(field, []byte{':'})
-		if !ok || !strings.EqualFold(string(bytes.TrimSpace(name)), "Delivered-To") {
-			return false
-		}
-		v := strings.TrimSpace(strings.NewReplacer("\r", "", "\n", "").Replace(string(value)))
-		v = strings.TrimSuffix(strings.TrimPrefix(v, "<"), ">")
-		return strings.EqualFold(strings.TrimSpace(v), addr)
-	}
-	for _, line := range bytes.SplitAfter(hdr, []byte{'\n'}) {
-		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
-			field = append(field, line...) // folded (RFC 5322 2.2.3)
-			continue
-		}
-		if check() {
-			return true
-		}
-		field = append(field[:0], line...)
-	}
-	return check()
 }
 
 // parseSize returns the S=<size> of a maildir file name, if any.

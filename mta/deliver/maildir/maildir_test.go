@@ -1,8 +1,6 @@
 package maildir
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -642,30 +640,6 @@ func TestNewRefusesRootOwner(t *testing.T) {
 	}
 }
 
-func TestLFWriter(t *testing.T) {
-	for _, tt := range []struct {
-		in   []string
-		want string
-	}{
-		{[]string{"a\r\nb\r\n"}, "a\nb\n"},
-		{[]string{"a\r", "\nb\r", "\n"}, "a\nb\n"},
-		{[]string{"a\r", "b\r"}, "a\rb\r"},
-		{[]string{"a\r", "\r\n"}, "a\r\n"},
-		{[]string{"\r\n\r\n", "x"}, "\n\nx"},
-	} {
-		var buf bytes.Buffer
-		w := &lfWriter{w: bufio.NewWriter(&buf)}
-		for _, s := range tt.in {
-			w.Write([]byte(s))
-		}
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if buf.String() != tt.want || w.n != int64(len(tt.want)) || w.lines != int64(strings.Count(tt.want, "\n")) {
-			t.Errorf("%q → %q (n=%d lines=%d); want %q", tt.in, buf.String(), w.n, w.lines, tt.want)
-		}
-	}
-}
 
 // TestDovecotReadsTheMaildir delivers with the agent into the mail root of a
 // real Dovecot and reads the message back over IMAP; Dovecot's quota plugin

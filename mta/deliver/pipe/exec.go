@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/facteur/facteur/mta/deliver"
+	"github.com/facteur/facteur/mta/deliver/mailfile"
 	"github.com/facteur/facteur/mta/envelope"
 )
 
@@ -149,7 +150,7 @@ func (c *Command) Run(ctx context.Context) Outcome {
 		var err error
 		w := bufio.NewWriterSize(stdin, 64<<10)
 		if _, err = w.WriteString(c.Header); err == nil && c.Body != nil {
-			lw := &lfWriter{w: w}
+			lw := mailfile.NewLFWriter(w)
 			_, err = io.Copy(lw, c.Body)
 			if cerr := lw.Close(); err == nil {
 				err = cerr

@@ -83,6 +83,7 @@ import (
 	"time"
 
 	"github.com/facteur/facteur/mta/deliver"
+	"github.com/facteur/facteur/mta/deliver/mailfile"
 	"github.com/facteur/facteur/mta/envelope"
 )
 
@@ -469,7 +470,7 @@ func (a *Agent) run(ctx context.Context, tmpl *Template, as runAs, msg *deliver.
 	}
 	copied := make(chan error, 1)
 	go func() {
-		w := &lfWriter{w: bufio.NewWriterSize(stdin, 64<<10)}
+		w := mailfile.NewLFWriter(bufio.NewWriterSize(stdin, 64<<10))
 		if strings.Contains(tmpl.Flags, "R") {
 			sender := msg.Sender
 			fmt.Fprintf(w, "Return-Path: <%s>\n", sanitize(sender))
@@ -572,51 +573,3 @@ func (b *limitedBuffer) String() string {
 	return s
 }
 
-// lfWriter turns CRLF into LF (a CR not followed by LF is kept).
-type lfWriter struct {
-	w   *bufio.Writer
-	cr  bool
-	err error
-}
-
-func (l *lfWriter) put(p []byte) {
-	if l.err == nil && len(p) > 0 {
-		_, l.err = l.w.Write(p)
-	}
-}
-
-func (l *lfWriter) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 && l.err == nil {
-		if l.cr {
-			l.cr = false
-			if p[0] != '\n' {
-				l.put([]byte{'\r'})
-			}
-		}
-		i := bytes.IndexByte(p, '\r')
-		if i < 0 {
-			l.put(p)
-			break
-		}
-		l.put(p[:i])
-		l.cr = true
-		p = p[i+1:]
-	}
-	if l.err != nil {
-		return 0, l.err
-	}
-	return n, nil
-}
-
-// Close writes a pending CR and flushes.
-func (l *lfWriter) Close() error {
-	if l.cr {
-		l.cr = false
-		l.put([]byte{'\r'})
-	}
-	if l.err != nil {
-		return l.err
-	}
-	return l.w.Flush()
-}
