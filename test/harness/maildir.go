@@ -73,15 +73,16 @@ func CountFiles(t testing.TB, dir string) (int, []string) {
 	return len(names), names
 }
 
-// CountSpoolFiles counts the message files under a spool directory, committed
-// or not: every regular file but the queue role's lock (queue.lock).
+// CountSpoolFiles counts the message files of a spool directory, committed
+// (q/) or not (incoming/); what else the spool's root holds (the queue
+// role's lock, the pickup socket) is not a message.
 func CountSpoolFiles(t testing.TB, dir string) (int, []string) {
 	t.Helper()
-	_, all := CountFiles(t, dir)
-	names := all[:0]
-	for _, n := range all {
-		if n != "queue.lock" {
-			names = append(names, n)
+	var names []string
+	for _, sub := range []string{"incoming", "q"} {
+		_, ns := CountFiles(t, filepath.Join(dir, sub))
+		for _, n := range ns {
+			names = append(names, filepath.Join(sub, n))
 		}
 	}
 	return len(names), names
