@@ -640,7 +640,6 @@ func TestNewRefusesRootOwner(t *testing.T) {
 	}
 }
 
-
 // TestDovecotReadsTheMaildir delivers with the agent into the mail root of a
 // real Dovecot and reads the message back over IMAP; Dovecot's quota plugin
 // reads the agent's maildirsize.

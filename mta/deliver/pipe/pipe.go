@@ -572,4 +572,3 @@ func (b *limitedBuffer) String() string {
 	}
 	return s
 }
-
